@@ -1,0 +1,3 @@
+"""FFDV deepfake-detection pipeline: the importable library behind the DVC stages."""
+
+__version__ = "0.1.0"
