@@ -13,18 +13,12 @@ import timm
 import torch
 
 from pipeline.budget import BudgetConfig, BudgetError, assert_budget_ok, count_complexity, example_inputs
-from pipeline.models import ModelConfig, build_model, model_spec, save_checkpoint
+from pipeline.models import build_model, model_spec, save_checkpoint
+from tiny_models import SMALL
 
 CONFIG = {"decode": {"frames": 4}, "faces": {"size": 32}, "audio": {"n_mels": 16, "frames": 24}}
-SMALL = ModelConfig(embed_dim=16, drop_rate=0.0)
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin contention on a shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from pipeline.encode import encode_clip
-from pipeline.models import ModelConfig, build_model, model_spec, save_checkpoint
+from pipeline.models import model_spec, save_checkpoint
+from tiny_models import SMALL, calibrated_model
 
 FPS, W, H, SR = 10, 96, 80, 16000
-SMALL = ModelConfig(embed_dim=16, drop_rate=0.0)
 PARAMS = {
     "data": {"root": "data/sample", "template": None},
     "decode": {"frames": 4, "policy": "uniform", "max_side": 96, "sample_rate": SR, "workers": 1},
@@ -28,13 +27,7 @@ PARAMS = {
 # batch sizes (~1e-7 on a probability, more with this test's amplified head), which is float32
 # noise, not a code-path difference. Equality within 1e-6 is asserted on the same batch shape.
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin contention on a shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 
@@ -63,24 +56,6 @@ def _dataset(root: Path) -> list[str]:
     return template
 
 
-def _calibrated(features_dir: Path) -> torch.nn.Module:
-    """Random-init project model with BatchNorm statistics from these features and a larger
-    head: a fresh net maps every input to about the same score, which would hide mismatches."""
-    from pipeline.data import open_features, to_model_inputs
-
-    torch.manual_seed(0)
-    model = build_model(SMALL)
-    feats = open_features(features_dir)
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            mod.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(*to_model_inputs(np.array(feats.faces), np.array(feats.mels)))
-        model.head[-1].weight.mul_(20.0)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory) -> tuple[Path, list[str]]:
     """Run the real decode, extract and predict stages on the encoded videos."""
@@ -96,7 +71,7 @@ def pipeline_run(tmp_path_factory) -> tuple[Path, list[str]]:
     try:
         decode.main()
         extract.main()
-        model = _calibrated(root / "data" / "features")
+        model = calibrated_model(root / "data" / "features")
         config = {k: PARAMS[k] for k in ("decode", "faces", "audio", "predict")} | {"model": asdict(SMALL)}
         save_checkpoint(root / "models" / "final.pt", model, model_spec(SMALL, for_checkpoint=True), config)
         predict.main()

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.data import open_features, to_model_inputs
-from pipeline.models import ModelConfig, build_model, model_spec, save_checkpoint
+from pipeline.data import open_features
+from pipeline.models import model_spec, save_checkpoint
+from tiny_models import SMALL, calibrated_model
 from pipeline.predict import (
     PredictConfig,
     aggregate,
@@ -23,16 +24,9 @@ from pipeline.predict import (
 )
 
 K, S, M, T = 4, 32, 16, 24
-SMALL = ModelConfig(embed_dim=16, drop_rate=0.0)
 BASE = PredictConfig(tta_hflip=False, tta_samplings=1, tta_crops=[1.0], batch_size=4, fallback_score=0.5)
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin contention on a shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 
@@ -68,23 +62,6 @@ def _features(folder: Path, n: int = 9, seed: int = 0) -> Path:
     np.save(folder / "mels.npy", mels[::-1].copy())
     index.to_csv(folder / "index.csv", index=False)
     return folder
-
-
-def calibrated_model(features_dir: Path) -> torch.nn.Module:
-    """The project model, random init, made input-sensitive without training: BatchNorm
-    statistics taken from the test arrays (a fresh net's defaults squash every input to about
-    the same logit) and a larger head, so TTA differences show well above float noise."""
-    torch.manual_seed(0)
-    model = build_model(SMALL)
-    feats = open_features(features_dir)
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            mod.momentum = None  # cumulative average over the calibration pass
-    model.train()
-    with torch.no_grad():
-        model(*to_model_inputs(np.array(feats.faces), np.array(feats.mels)))
-        model.head[-1].weight.mul_(20.0)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
