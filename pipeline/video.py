@@ -15,6 +15,10 @@ in order, with these rules:
   before the next wanted time, but only when that keyframe lies well ahead of the current
   position, so no frame is ever decoded twice;
 * reading stops once the last wanted frame is known;
+* for the window policy, the window start is moved (by default) to the nearest keyframe at which a
+  full window still fits, so decoding starts right at the window: a window placed between
+  keyframes would otherwise cost decoding everything from the keyframe before it (on a 10 s clip
+  with keyframes at 0 s and 5 s, a centred 4-6 s window meant decoding 0-6 s);
 * only the kept frames are converted, and scaling + YUV->RGB happen in one libswscale pass.
 
 Frames come out upright (the display matrix that phones write is honoured), with the
@@ -36,6 +40,7 @@ from pipeline.audio import decode_audio
 
 POLICIES = ("uniform", "window")
 WINDOW_STARTS = ("first", "centre", "random")
+WINDOW_ALIGNS = ("keyframe", "exact")
 DECODE_STATUSES = ("ok", "short", "partial", "no_video", "error")
 # Settings that change speed only; they are left out of the cache key.
 RUNTIME_ONLY = ("workers", "threads")
@@ -50,6 +55,7 @@ class DecodeConfig:
     policy: str = "uniform"
     window_seconds: float = 2.0
     window_start: str = "centre"
+    window_align: str = "keyframe"  # keyframe: start the window at the nearest fitting keyframe
     max_side: int = 480
     sample_rate: int = 16000
     max_audio_seconds: float | None = 20.0
@@ -64,6 +70,8 @@ class DecodeConfig:
             raise ValueError(f"decode.policy must be one of {POLICIES}, got {self.policy!r}")
         if self.window_start not in WINDOW_STARTS:
             raise ValueError(f"decode.window_start must be one of {WINDOW_STARTS}, got {self.window_start!r}")
+        if self.window_align not in WINDOW_ALIGNS:
+            raise ValueError(f"decode.window_align must be one of {WINDOW_ALIGNS}, got {self.window_align!r}")
         if float(self.window_seconds) <= 0:
             raise ValueError(f"decode.window_seconds must be > 0, got {self.window_seconds}")
         if int(self.max_side) < 16:
@@ -96,27 +104,60 @@ class DecodedVideo:
 
 
 # --------------------------------------------------------------------------- frame policy
-def sample_times(duration: float, cfg: DecodeConfig, seed_key: str = "") -> np.ndarray:
+def sample_times(
+    duration: float,
+    cfg: DecodeConfig,
+    seed_key: str = "",
+    keyframes: np.ndarray | None = None,
+    frame_interval: float = 0.0,
+) -> np.ndarray:
     """Wanted frame times in seconds from the stream start, ascending, K of them.
 
     uniform: centres of K equal slices of the whole video. window: centres of K equal slices of
     a `window_seconds` span that starts at the beginning, the middle, or a position drawn from
-    (decode.seed, seed_key) so a video always gets the same window.
+    (decode.seed, seed_key) so a video always gets the same window. With `window_align: keyframe`
+    and the stream's `keyframes` (seconds from the start) given, that start then moves to the
+    nearest keyframe where the window still fits (see `window_span`); without keyframes the
+    start stays exact, so this stays a pure function of its arguments.
     """
     k = int(cfg.frames)
+    start, span = window_span(duration, cfg, seed_key, keyframes, frame_interval)
+    return start + (np.arange(k, dtype=np.float64) + 0.5) * (span / k)
+
+
+def window_span(
+    duration: float,
+    cfg: DecodeConfig,
+    seed_key: str = "",
+    keyframes: np.ndarray | None = None,
+    frame_interval: float = 0.0,
+) -> tuple[float, float]:
+    """(start, span) in seconds of the stretch the K frames are spread over.
+
+    Keyframe alignment (policy window, `window_align: keyframe`, video longer than the window):
+    the exact start moves to the nearest keyframe k with k + window <= duration + one frame
+    interval (ties go to the earlier one), so decoding starts at the window instead of at the
+    keyframe before it. That keyframe may be far away: a clip whose only keyframe is at 0 s gets
+    the window at 0 s even for a centred start (any later window would mean decoding from 0 s
+    anyway). With no keyframes, or none where a window fits, the exact start is kept.
+    """
     duration = max(float(duration), 0.0)
     if cfg.policy == "uniform" or duration <= cfg.window_seconds:
-        start, span = 0.0, duration
+        return 0.0, duration
+    span = float(cfg.window_seconds)
+    room = duration - span
+    if cfg.window_start == "first":
+        start = 0.0
+    elif cfg.window_start == "centre":
+        start = room / 2.0
     else:
-        span = float(cfg.window_seconds)
-        room = duration - span
-        if cfg.window_start == "first":
-            start = 0.0
-        elif cfg.window_start == "centre":
-            start = room / 2.0
-        else:
-            start = room * _unit_random(cfg.seed, seed_key)
-    return start + (np.arange(k, dtype=np.float64) + 0.5) * (span / k)
+        start = room * _unit_random(cfg.seed, seed_key)
+    if cfg.window_align == "keyframe" and keyframes is not None:
+        keys = np.asarray(keyframes, dtype=np.float64)
+        fits = keys[(keys >= 0.0) & (keys + span <= duration + max(float(frame_interval), 0.0) + 1e-6)]
+        if fits.size:
+            start = float(fits[int(np.argmin(np.abs(fits - start)))])
+    return start, span
 
 
 def _unit_random(seed: int, key: str) -> float:
@@ -193,12 +234,10 @@ def _decode_frames(path: str, cfg: DecodeConfig, seed_key: str) -> _FrameResult:
             info.duration = _scan_duration(path)
         if info.duration is None:
             return _FrameResult.failed("error", "no decodable video packets")
-        if cfg.policy == "window" and cfg.window_start == "random" and not seed_key:
-            from pipeline.atomic import file_digest
-
-            seed_key = file_digest(path)
-        targets = sample_times(info.duration, cfg, seed_key)
+        start, targets = _plan(path, info, info.duration, cfg, seed_key)
         picker = _Picker(targets, info.frame_interval, info, int(cfg.max_side))
+        if cfg.policy == "window":
+            picker.stats["window_start_s"] = start
         reason = ""
         try:
             last_packet = _run_decoder(container, stream, info, picker, int(cfg.threads))
@@ -218,6 +257,33 @@ def _decode_frames(path: str, cfg: DecodeConfig, seed_key: str) -> _FrameResult:
     else:
         status = "ok"
     return _FrameResult(frames, times, info.duration, status, reason, picker.stats)
+
+
+def _plan(
+    path: str, info: "_StreamInfo", duration: float, cfg: DecodeConfig, seed_key: str
+) -> tuple[float, np.ndarray]:
+    """(window start, wanted times) for this stream; the random window is seeded by the file
+    digest when no seed_key is given, so the stage and `pipeline.infer` agree."""
+    if cfg.policy == "window" and cfg.window_start == "random" and not seed_key:
+        from pipeline.atomic import file_digest
+
+        seed_key = file_digest(path)
+    args = (duration, cfg, seed_key, info.keyframes, info.frame_interval)
+    return window_span(*args)[0], sample_times(*args)
+
+
+def planned_times(path: str | os.PathLike, cfg: DecodeConfig, seed_key: str = "") -> np.ndarray:
+    """The times `decode_video(path, cfg, seed_key)` aims at (with this stream's keyframes);
+    for benchmarks and tests that must decode the same span. Empty for a file without video."""
+    path = os.fspath(path)
+    with av.open(path) as container:
+        if not container.streams.video:
+            return np.zeros(0)
+        info = _StreamInfo.read(container, container.streams.video[0])
+    duration = info.duration if info.duration is not None else _scan_duration(path)
+    if duration is None:
+        return np.zeros(0)
+    return _plan(path, info, duration, cfg, seed_key)[1]
 
 
 @dataclass
@@ -308,13 +374,18 @@ def _run_decoder(
     while not picker.done:
         target = picker.next_open()
         wanted_from = target - picker.reach
-        key = _keyframe_before(info.keyframes, wanted_from)
+        # No frame before the keyframe at/before the target is nearer to it than that keyframe,
+        # so decoding may start there even when the target lies within `reach` after it (a
+        # keyframe-aligned window's first target does when K frames are dense).
+        key = _keyframe_before(info.keyframes, target)
         if key is not None and key > last_fed + gap and key > last_seek:
             for frame in stream.decode(None):  # drain frames still inside the decoder
                 picker.add(frame)
             if picker.done:
                 break
-            container.seek(info.pts(max(wanted_from, 0.0)), stream=stream, backward=True)
+            # Any time in [key, target] lands on `key`; half a frame past it keeps rounding away.
+            seek_to = max(wanted_from, min(key + 0.5 * info.frame_interval, target), 0.0)
+            container.seek(info.pts(seek_to), stream=stream, backward=True)
             picker.stats["seeks"] += 1
             last_seek = key
             last_fed = key
@@ -362,7 +433,8 @@ class _Picker:
         self.converted: dict[float, np.ndarray] = {}
         self.last_time = -math.inf
         self.count = 0
-        self.stats: dict[str, Any] = {"packets": 0, "decoded": 0, "seeks": 0}
+        # repeats: frames not later than the one before (decoded twice after a seek, or bad stamps)
+        self.stats: dict[str, Any] = {"packets": 0, "decoded": 0, "seeks": 0, "repeats": 0}
 
     @property
     def done(self) -> bool:
@@ -383,6 +455,7 @@ class _Picker:
             when = self.count * self.interval
         self.count += 1
         if when <= self.last_time:  # a repeat or out-of-order frame can never improve a pick
+            self.stats["repeats"] += 1
             return
         self.last_time = when
         open_ = ~self.final

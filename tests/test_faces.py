@@ -11,10 +11,28 @@ from pipeline.faces import REGISTRY, FaceConfig, create_detector
 from pipeline.faces.haar import cascade_path
 from pipeline.features import AudioConfig, crop_faces, detect_face, extract_features, square_crop
 from pipeline.video import DecodeConfig, DecodedVideo, decode_video
+from yunet_onnx import SCORE, expected_box, write_yunet_model
+
+RED, BLUE = (255, 0, 0), (0, 0, 255)
 
 
 def frames(n: int, face: bool = True, height: int = 240, width: int = 320) -> np.ndarray:
     return np.stack(list(moving_scene(n, height, width, face=face)))
+
+
+def squares(height: int, width: int, *cells: tuple[int, int, tuple[int, int, int]], side: int = 32) -> np.ndarray:
+    """Black RGB image with a `side`-pixel square of colour at each grid cell (row, col): what the
+    stand-in YuNet of tests/yunet_onnx.py detects (red only, at its 32-pixel stride)."""
+    img = np.zeros((height, width, 3), np.uint8)
+    for row, col, colour in cells:
+        img[row * side : (row + 1) * side, col * side : (col + 1) * side] = colour
+    return img
+
+
+@pytest.fixture
+def yunet_path(tmp_path: Path) -> str:
+    """A generated ONNX file with the 2023mar YuNet interface, run by the real cv2.FaceDetectorYN."""
+    return str(write_yunet_model(tmp_path / "face_detection_yunet_2023mar.onnx"))
 
 
 def test_haar_cascade_ships_with_opencv() -> None:
@@ -55,6 +73,64 @@ def test_yunet_needs_a_model_file(tmp_path: Path) -> None:
     missing = tmp_path / "face_detection_yunet_2023mar.onnx"
     with pytest.raises(FileNotFoundError, match="does not exist"):
         create_detector(FaceConfig(detector="yunet", model_path=str(missing)))
+
+
+def test_yunet_returns_the_face_opencv_decodes_in_image_pixels(yunet_path: str) -> None:
+    """x, y, w, h from columns 0-3 and the score from column 14 of FaceDetectorYN's output; the
+    image goes in as BGR (the blue square would be red to the model if the channels were not swapped)."""
+    det = create_detector(FaceConfig(detector="yunet", model_path=yunet_path))
+    assert det.name == "yunet"
+    boxes = det.detect(squares(240, 320, (3, 4, RED), (1, 8, BLUE)))
+    assert boxes.shape == (1, 5) and boxes.dtype == np.float32
+    assert expected_box(3, 4) == (128.0, 92.0, 32.0, 40.0)  # cell centre (144, 112), 32 x 40 box
+    np.testing.assert_allclose(boxes[0, :4], expected_box(3, 4), atol=1.0)
+    assert boxes[0, 4] == pytest.approx(SCORE, abs=1e-3) and SCORE == pytest.approx(0.9)
+    # a 16:9 frame (360 rows: not a multiple of 32, so OpenCV pads) and a new size on the same detector
+    boxes = det.detect(squares(360, 640, (10, 2, RED)))
+    np.testing.assert_allclose(boxes[:, :4], [expected_box(10, 2)], atol=1.0)
+    assert det.detect(squares(240, 320)).shape == (0, 5)
+
+
+def test_yunet_score_threshold_drops_weaker_faces(yunet_path: str) -> None:
+    img = squares(240, 320, (3, 4, RED))
+    above = create_detector(FaceConfig(detector="yunet", model_path=yunet_path, score_threshold=0.95))
+    assert above.detect(img).shape == (0, 5)
+    below = create_detector(FaceConfig(detector="yunet", model_path=yunet_path, score_threshold=0.85))
+    assert len(below.detect(img)) == 1
+    dim = squares(240, 320, (3, 4, (128, 0, 0)))  # score sqrt(128/255 * 0.81) = 0.64: only the lower bar passes
+    assert len(below.detect(dim)) == 0
+    default = create_detector(FaceConfig(detector="yunet", model_path=yunet_path))  # 0.6
+    assert default.detect(dim)[:, 4] == pytest.approx([0.64], abs=0.01)
+
+
+def test_yunet_min_face_drops_small_boxes(yunet_path: str) -> None:
+    img = squares(240, 320, (3, 4, RED))  # box 32 x 40: shorter side 32 = 0.133 x 240
+    keep = create_detector(FaceConfig(detector="yunet", model_path=yunet_path, min_face=0.13))
+    assert len(keep.detect(img)) == 1
+    drop = create_detector(FaceConfig(detector="yunet", model_path=yunet_path, min_face=0.14))
+    assert drop.detect(img).shape == (0, 5)
+
+
+@pytest.mark.parametrize("height", [480, 360])
+def test_yunet_on_downscaled_frame_maps_boxes_back_and_crops_the_face(yunet_path: str, height: int) -> None:
+    """detect_face runs YuNet at detect_side (here half size) and returns full-resolution pixels;
+    crop_faces then centres the crops on that box."""
+    cfg = FaceConfig(detector="yunet", model_path=yunet_path, detect_side=320, size=32, margin=0.25)
+    det = create_detector(cfg)
+    # 64-pixel squares on the full frame = 32-pixel cells (3, 4) and (1, 6) of the half-size frame
+    first = squares(height, 640, (3, 4, RED), side=64)
+    second = squares(height, 640, (1, 6, RED), side=64)
+    box = detect_face(first, det, cfg)
+    assert box is not None
+    x, y, w, h = expected_box(3, 4)
+    np.testing.assert_allclose(box, [2 * x, 2 * y, 2 * w, 2 * h], atol=2.0)  # (256, 184, 64, 80)
+
+    crops, status, found, reason = crop_faces(np.stack([first, second]), det, cfg, 3)
+    assert (status, found, reason) == ("ok", 2, "") and crops.shape == (3, 32, 32, 3)
+    for crop in crops:  # crop side 80 * 1.5 = 120 around the square's centre: red middle, black corners
+        assert crop[12:20, 12:20, 0].min() == 255 and crop[12:20, 12:20, 1:].max() == 0
+        assert crop[:4, :4].max() == 0 and crop[-4:, -4:].max() == 0
+    np.testing.assert_array_equal(crops[2], crops[0])  # K=3 > 2 frames: repeated in order
 
 
 def test_unknown_detector_and_bad_settings_fail_clearly() -> None:

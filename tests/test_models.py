@@ -113,7 +113,7 @@ def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path):
     ["resnet50.fb_ssl_yfcc100m_ft_in1k", "resnet50.fb_swsl_ig1b_ft_in1k", "vit_base_patch16_224.augreg_in21k_ft_in1k",
      "convnext_tiny.in12k_ft_in1k", "convnext_tiny.fb_in22k", "vit_base_patch16_clip_224.openai",
      "convnext_base.clip_laion2b_augreg_ft_in1k", "tf_efficientnet_b0.ns_jft_in1k", "vit_small_patch16_224.dino",
-     "regnety_160.swag_ft_in1k", "in22k", "vit_base_patch16_224", "resnet18.not_a_tag", "semi_weakly"],
+     "regnety_160.swag_ft_in1k", "coatnet_2_rw_224.sw_in12k_ft_in1k", "in22k", "vit_base_patch16_224", "resnet18.not_a_tag", "semi_weakly"],
 )
 def test_non_imagenet1k_pretrained_tags_are_refused(name):
     with pytest.raises(PretrainedRefused, match="ImageNet-1K"):
@@ -122,7 +122,8 @@ def test_non_imagenet1k_pretrained_tags_are_refused(name):
 
 @pytest.mark.parametrize(
     "name", ["resnet18", "resnet18.a1_in1k", "resnet50.tv_in1k", "resnet10t", "efficientnet_b0.ra_in1k",
-             "mobilenetv3_small_050", "convnext_tiny.fb_in1k", "a1_in1k", "minifasnet_v2"],
+             "mobilenetv3_small_050", "convnext_tiny.fb_in1k", "a1_in1k", "minifasnet_v2",
+             "maxvit_tiny_rw_224.sw_in1k", "swinv2_cr_tiny_ns_224.sw_in1k"],
 )
 def test_imagenet1k_tags_pass(name):
     check_pretrained(name)

@@ -1,6 +1,7 @@
 """pipeline.video: frame policy, exactness of the skip/seek decoder, rotation, bad files."""
 from __future__ import annotations
 
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.encode import encode_clip, moving_scene
-from pipeline.video import DecodeConfig, decode_video, sample_times, to_rgb
+from pipeline.video import DecodeConfig, DecodedVideo, decode_video, planned_times, sample_times, to_rgb, window_span
 
 FPS = 10
 
@@ -30,12 +31,42 @@ def long_gop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return encode_clip(path, scene(120), FPS, audio=tone(12.0), gop=20, bframes=3)
 
 
+@pytest.fixture(scope="module")
+def two_gops(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 s at 10 fps, keyframes at 0 s and 5 s only, 3 B-frames: the benchmark clip, scaled down."""
+    path = tmp_path_factory.mktemp("video") / "two_gops.mp4"
+    return encode_clip(path, scene(100), FPS, gop=50, bframes=3)
+
+
+@pytest.fixture(scope="module")
+def one_gop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 s at 10 fps whose only keyframe is the first frame."""
+    path = tmp_path_factory.mktemp("video") / "one_gop.mp4"
+    return encode_clip(path, scene(60), FPS, gop=100, bframes=3)
+
+
 def brute_force(path: Path, max_side: int) -> tuple[np.ndarray, list[np.ndarray]]:
     """Every frame, decoded the plain way (reference for exactness)."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         frames = [(float(f.pts * stream.time_base), to_rgb(f, max_side)) for f in container.decode(stream)]
     return np.array([t for t, _ in frames]), [img for _, img in frames]
+
+
+def keyframe_times(path: Path) -> list[float]:
+    """Times of the frames the decoder itself flags as keyframes (not the container index)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return [float(f.pts * stream.time_base) for f in container.decode(stream) if f.key_frame]
+
+
+def assert_exact(decoded: DecodedVideo, path: Path, max_side: int) -> None:
+    """Every kept frame equals, pixel for pixel, the frame a plain full decode has at that time."""
+    all_times, all_frames = brute_force(path, max_side)
+    for got, when in zip(decoded.frames, decoded.times):
+        idx = int(np.argmin(np.abs(all_times - when)))
+        assert abs(all_times[idx] - when) < 1e-4
+        np.testing.assert_array_equal(got, all_frames[idx])
 
 
 def test_sample_times_uniform_and_window() -> None:
@@ -61,6 +92,43 @@ def test_config_rejects_unknown_policy() -> None:
         DecodeConfig(policy="everything")
     with pytest.raises(ValueError, match="window_start"):
         DecodeConfig(window_start="middle")
+    with pytest.raises(ValueError, match="window_align"):
+        DecodeConfig(window_align="nearest")
+
+
+def test_window_align_is_part_of_the_cache_key() -> None:
+    from pipeline.decoding import decode_key
+
+    aligned, exact = DecodeConfig(), DecodeConfig(window_align="exact")
+    assert aligned.window_align == "keyframe" and aligned.output_params()["window_align"] == "keyframe"
+    assert decode_key("abc", aligned) != decode_key("abc", exact)
+
+
+def test_window_align_rule() -> None:
+    """Nearest keyframe where a whole window fits (one frame interval of slack), else the exact start."""
+    cfg = DecodeConfig(frames=4, policy="window", window_seconds=2.0, window_start="centre")  # exact start 4 s
+    keys = np.array([0.0, 5.0])
+    assert window_span(10.0, cfg, keyframes=keys) == (5.0, 2.0)
+    np.testing.assert_allclose(sample_times(10.0, cfg, keyframes=keys), [5.25, 5.75, 6.25, 6.75])
+    # without keyframes, or with window_align exact, the start is the exact centre as before
+    for keyframes in (None, np.zeros(0)):
+        assert window_span(10.0, cfg, keyframes=keyframes) == (4.0, 2.0)
+    assert window_span(10.0, replace(cfg, window_align="exact"), keyframes=keys) == (4.0, 2.0)
+    # the only keyframe at 0 s is the nearest one where a window fits: a centred window moves there
+    assert window_span(10.0, cfg, keyframes=np.array([0.0]))[0] == 0.0
+    # a keyframe too late for a whole window is not used, unless it is within one frame interval
+    assert window_span(10.0, cfg, keyframes=np.array([8.05]))[0] == 4.0
+    assert window_span(10.0, cfg, keyframes=np.array([8.05]), frame_interval=0.1)[0] == 8.05
+    assert window_span(10.0, cfg, keyframes=np.array([0.0, 8.0]))[0] == 0.0  # a tie goes to the earlier one
+    # first stays at 0 s; uniform and videos shorter than the window ignore keyframes
+    assert window_span(10.0, replace(cfg, window_start="first"), keyframes=keys)[0] == 0.0
+    assert window_span(10.0, DecodeConfig(frames=4), keyframes=keys) == (0.0, 10.0)
+    assert window_span(1.5, cfg, keyframes=np.array([0.0, 1.0])) == (0.0, 1.5)
+    # random start: fixed per video, always a keyframe, and not the same one for every video
+    rnd = replace(cfg, window_start="random", seed=3)
+    starts = [window_span(10.0, rnd, f"video-{i}", keys)[0] for i in range(12)]
+    assert set(starts) == {0.0, 5.0}
+    assert starts == [window_span(10.0, rnd, f"video-{i}", keys)[0] for i in range(12)]
 
 
 @pytest.mark.parametrize(
@@ -69,20 +137,22 @@ def test_config_rejects_unknown_policy() -> None:
         DecodeConfig(frames=4, policy="uniform", max_side=96),
         DecodeConfig(frames=5, policy="window", window_seconds=2.0, window_start="centre", max_side=96),
         DecodeConfig(frames=6, policy="window", window_seconds=3.0, window_start="random", max_side=96),
+        DecodeConfig(frames=5, policy="window", window_start="centre", window_align="exact", max_side=96),
     ],
 )
 def test_policy_picks_nearest_frames_pixel_exact(long_gop: Path, cfg: DecodeConfig) -> None:
     """The skipping/seeking decoder returns exactly the frames a full decode has at those times."""
     decoded = decode_video(long_gop, cfg, seed_key="clip")
     all_times, all_frames = brute_force(long_gop, cfg.max_side)
-    targets = sample_times(decoded.duration, cfg, "clip")
+    targets = planned_times(long_gop, cfg, "clip")
     expected = [int(np.argmin(np.abs(all_times - t))) for t in targets]
     assert decoded.status == "ok" and decoded.n_frames == cfg.frames
     np.testing.assert_allclose(decoded.times, all_times[expected], atol=1e-4)
     for got, idx in zip(decoded.frames, expected):
         np.testing.assert_array_equal(got, all_frames[idx])
-    # less work than decoding everything: non-reference frames were skipped
+    # less work than decoding everything: non-reference frames were skipped, none decoded twice
     assert decoded.extra["decoded"] < len(all_times)
+    assert decoded.extra["repeats"] == 0
 
 
 def test_uniform_jumps_between_keyframes_without_redecoding(long_gop: Path) -> None:
@@ -97,6 +167,65 @@ def test_window_stops_after_last_needed_frame(long_gop: Path) -> None:
     decoded = decode_video(long_gop, DecodeConfig(frames=4, policy="window", window_seconds=1.0, window_start="first"))
     assert decoded.times.max() < 1.0
     assert decoded.extra["packets"] < 40  # read only the start of a 120-frame video
+
+
+@pytest.mark.parametrize("k", [8, 10])
+def test_keyframe_aligned_window_decodes_only_the_window(two_gops: Path, k: int) -> None:
+    """Centred 2 s window of a 10 s clip with keyframes at 0 s and 5 s: aligned to 5-7 s, one jump
+    to the 5 s keyframe, fewer frames decoded than the exact 4-6 s window (which decodes from 0 s),
+    and the same pixels as a plain full decode. k = 10 puts the first wanted time within one frame
+    interval of the keyframe."""
+    assert keyframe_times(two_gops) == [0.0, 5.0]
+    cfg = DecodeConfig(frames=k, policy="window", window_seconds=2.0, window_start="centre", max_side=96)
+    aligned = decode_video(two_gops, cfg)
+    exact = decode_video(two_gops, replace(cfg, window_align="exact"))
+    assert aligned.status == exact.status == "ok" and aligned.n_frames == exact.n_frames == k
+
+    assert aligned.extra["window_start_s"] == 5.0
+    assert 5.0 <= aligned.times.min() and aligned.times.max() < 7.0
+    np.testing.assert_allclose(aligned.times, planned_times(two_gops, cfg), atol=0.051)
+    assert aligned.extra["seeks"] == 1 and aligned.extra["repeats"] == 0
+    # only frames from 5 s on were decoded: at most the 2 s window's 20 frames plus B-frame reordering
+    assert aligned.extra["decoded"] <= 2 * FPS + 4
+    assert aligned.extra["decoded"] < exact.extra["decoded"]
+
+    # exact: the old times, from the exact centre (keyframes play no part)
+    assert exact.extra["window_start_s"] == 4.0
+    np.testing.assert_allclose(exact.times, sample_times(10.0, replace(cfg, window_align="exact")), atol=0.051)
+    assert exact.extra["repeats"] == 0
+    for decoded in (aligned, exact):
+        assert_exact(decoded, two_gops, cfg.max_side)
+
+
+def test_only_keyframe_at_start_moves_centred_window_there(one_gop: Path) -> None:
+    """The rule taken literally: 0 s is the nearest keyframe where a window fits, so a centred
+    window starts there (a later window would be decoded from 0 s anyway)."""
+    assert keyframe_times(one_gop) == [0.0]
+    cfg = DecodeConfig(frames=4, policy="window", window_seconds=2.0, window_start="centre", max_side=96)
+    aligned = decode_video(one_gop, cfg)
+    exact = decode_video(one_gop, replace(cfg, window_align="exact"))
+    assert aligned.extra["window_start_s"] == 0.0 and exact.extra["window_start_s"] == 2.0
+    assert aligned.times.max() < 2.0 and exact.times.min() >= 2.0
+    assert aligned.extra["seeks"] == exact.extra["seeks"] == 0
+    assert aligned.extra["decoded"] < exact.extra["decoded"]
+    assert_exact(aligned, one_gop, cfg.max_side)
+
+
+def test_random_aligned_window_is_fixed_per_video(two_gops: Path) -> None:
+    from pipeline.atomic import file_digest
+
+    cfg = DecodeConfig(frames=4, policy="window", window_seconds=2.0, window_start="random", seed=3, max_side=96)
+    a = decode_video(two_gops, cfg, seed_key="video-a")
+    b = decode_video(two_gops, cfg, seed_key="video-a")
+    assert a.extra["window_start_s"] in (0.0, 5.0)
+    np.testing.assert_array_equal(a.times, b.times)
+    np.testing.assert_array_equal(a.frames, b.frames)
+    # no seed_key: the file digest, as the decode stage and pipeline.infer use
+    c = decode_video(two_gops, cfg)
+    d = decode_video(two_gops, cfg, seed_key=file_digest(two_gops))
+    assert c.extra["window_start_s"] == d.extra["window_start_s"] in (0.0, 5.0)
+    np.testing.assert_array_equal(c.times, d.times)
+    assert_exact(c, two_gops, cfg.max_side)
 
 
 def test_frames_are_downscaled_and_rgb(long_gop: Path) -> None:

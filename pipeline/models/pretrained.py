@@ -16,8 +16,10 @@ from timm.models import get_pretrained_cfg, split_model_name_tag
 from pipeline.models.registry import is_project_model
 
 # Tag tokens that name data other than ImageNet-1K (or self/weakly supervised pretraining).
+# Trainer prefixes (timm's `sw_`, `ra_`, `a1_`, `fb_`, `tv_`...) name a recipe, not data: a
+# `sw_in1k` tag is ImageNet-1K, while `sw_in12k` is refused by its `in12k` token.
 FORBIDDEN_EXACT = {
-    "ig", "sw", "ns", "ssl", "swsl", "wsl", "semi", "weakly", "mim", "mae", "dino", "dinov2",
+    "ig", "ns", "ssl", "swsl", "wsl", "semi", "weakly", "mim", "mae", "dino", "dinov2",
     "clip", "openai", "jft", "bamboo", "seer", "swag", "webli", "siglip", "eva",
     "21k", "22k", "12k", "cc12m", "o365", "coco", "sa1b", "lvd142m", "in21k", "in22k", "in12k",
 }
