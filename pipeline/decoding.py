@@ -237,6 +237,11 @@ def _empty(cfg: DecodeConfig, status: str, reason: str) -> DecodedVideo:
 
 
 # --------------------------------------------------------------------------- the stage
+def format_counts(counts: Mapping[str, int]) -> str:
+    """`{"ok": 58, "short": 2}` -> "ok 58, short 2" for the stages' one-line summaries."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
 @dataclass
 class DecodeSummary:
     videos: int
@@ -247,10 +252,9 @@ class DecodeSummary:
     pruned: int
 
     def line(self) -> str:
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))
         return (
             f"decode: {self.videos} videos ({self.computed} decoded, {self.cached} cached); "
-            f"status: {counts}; {self.without_audio} without audio; {self.pruned} stale entries removed "
+            f"status: {format_counts(self.statuses)}; {self.without_audio} without audio; {self.pruned} stale entries removed "
             f"-> {MANIFEST}"
         )
 

@@ -19,7 +19,9 @@ import pandas as pd
 
 from pipeline.atomic import atomic_path, params_digest, write_csv
 from pipeline.config import section, to_dict
-from pipeline.decoding import DECODED_DIR, MANIFEST, code_digest, load_decoded, parallel_map, prune_entries, worker_count
+from pipeline.decoding import (
+    DECODED_DIR, MANIFEST, code_digest, format_counts, load_decoded, parallel_map, prune_entries, worker_count,
+)
 from pipeline.faces import Detector, FaceConfig, create_detector
 from pipeline.features import FLOOR_DB, AudioConfig, Features, extract_features
 from pipeline.video import DecodeConfig
@@ -113,11 +115,9 @@ class ExtractSummary:
     out_dir: Path
 
     def line(self) -> str:
-        faces = ", ".join(f"{k} {v}" for k, v in sorted(self.face_statuses.items()))
-        audio = ", ".join(f"{k} {v}" for k, v in sorted(self.audio_statuses.items()))
         return (
             f"extract: {self.videos} videos ({self.computed} computed, {self.videos - self.computed} cached); "
-            f"faces: {faces}; audio: {audio}; {self.report_lines} fallback lines in report.csv; "
+            f"faces: {format_counts(self.face_statuses)}; audio: {format_counts(self.audio_statuses)}; {self.report_lines} fallback lines in report.csv; "
             f"{self.pruned} stale entries removed -> {self.out_dir}"
         )
 

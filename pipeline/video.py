@@ -120,8 +120,10 @@ def sample_times(
     nearest keyframe where the window still fits (see `window_span`); without keyframes the
     start stays exact, so this stays a pure function of its arguments.
     """
-    k = int(cfg.frames)
-    start, span = window_span(duration, cfg, seed_key, keyframes, frame_interval)
+    return _slice_centres(*window_span(duration, cfg, seed_key, keyframes, frame_interval), int(cfg.frames))
+
+
+def _slice_centres(start: float, span: float, k: int) -> np.ndarray:
     return start + (np.arange(k, dtype=np.float64) + 0.5) * (span / k)
 
 
@@ -268,8 +270,8 @@ def _plan(
         from pipeline.atomic import file_digest
 
         seed_key = file_digest(path)
-    args = (duration, cfg, seed_key, info.keyframes, info.frame_interval)
-    return window_span(*args)[0], sample_times(*args)
+    start, span = window_span(duration, cfg, seed_key, info.keyframes, info.frame_interval)
+    return start, _slice_centres(start, span, int(cfg.frames))
 
 
 def planned_times(path: str | os.PathLike, cfg: DecodeConfig, seed_key: str = "") -> np.ndarray:

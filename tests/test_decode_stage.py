@@ -1,9 +1,6 @@
 """The decode stage end to end (`python -m stages.decode` in a temp project) and its cache."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +11,8 @@ import yaml
 from pipeline.decoding import DECODE_COLUMNS, load_decoded, run_decode
 from pipeline.encode import encode_clip, moving_scene
 from pipeline.layout import MANIFEST_COLUMNS, LayoutError
+from tests.stage_runner import run_stage
 
-REPO = Path(__file__).resolve().parents[1]
 FPS = 10
 SR = 16000
 PARAMS = {
@@ -80,13 +77,6 @@ def make_project(tmp: Path, params: dict | None = None) -> Path:
 def write_labels(root: Path) -> None:
     (root / "train_label.txt").write_text("video_name,target\n" + "".join(f"{n},{t}\n" for n, (_, t) in TRAIN.items()))
     (root / "val_label.txt").write_text("video_name,target\n" + "".join(f"{n},{t}\n" for n, (_, t) in VAL.items()))
-
-
-def run_stage(cwd: Path, stage: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run(
-        [sys.executable, "-m", f"stages.{stage}"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
 
 
 def test_decode_stage_end_to_end(tmp_path: Path) -> None:

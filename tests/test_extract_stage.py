@@ -1,9 +1,6 @@
 """The extract stage end to end (`python -m stages.decode` then `stages.extract` in a temp project)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +11,8 @@ import yaml
 from pipeline.decoding import run_decode
 from pipeline.encode import encode_clip, moving_scene
 from pipeline.extraction import INDEX_COLUMNS, REPORT_COLUMNS, run_extract
+from tests.stage_runner import run_stage
 
-REPO = Path(__file__).resolve().parents[1]
 FPS = 10
 SR = 16000
 K, S, MELS, T = 4, 32, 16, 40
@@ -66,13 +63,6 @@ def make_project(tmp: Path, videos: dict = VIDEOS) -> Path:
     (root / "prediction.txt.csv").write_text("video_name,score\n" + "".join(f"{n},0\n" for n in videos))
     (tmp / "params.yaml").write_text(yaml.safe_dump(PARAMS))
     return tmp
-
-
-def run_stage(cwd: Path, stage: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run(
-        [sys.executable, "-m", f"stages.{stage}"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
 
 
 def test_decode_then_extract_end_to_end(tmp_path: Path) -> None:

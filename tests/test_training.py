@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +20,8 @@ from pipeline.training.cv import refit_epochs
 from pipeline.training.distributed import DistEnv
 from pipeline.training.loop import FitResult, FitSpec, TailMergingBatchSampler, TrainingInterrupted, fit
 from pipeline.training.synthetic import make_features, manifest_from_index
+from tests import stage_runner
 
-REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = {"face_backbone": "test_resnet", "audio_backbone": "test_resnet", "embed_dim": 16, "drop_rate": 0.0}
 NO_AUG = {"mix_prob": 0.0, "hflip": 0.0, "color_jitter": 0.0, "blur_prob": 0.0, "jpeg_prob": 0.0,
           "affine_prob": 0.0, "spec_prob": 0.0, "gain_db": 0.0}
@@ -154,9 +152,7 @@ def write_tiny_project(root: Path, n: int = 24, epochs: int = 3, final: str = "r
 
 
 def run_stage(root: Path, stage: str, *launcher: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [*launcher, "-m", f"stages.{stage}"] if launcher else [sys.executable, "-m", f"stages.{stage}"]
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    proc = stage_runner.run_stage(root, stage, *launcher, extra_env={"OMP_NUM_THREADS": "1"}, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
