@@ -133,6 +133,7 @@ def run_extract(
     decode_cfg = section(params, "decode", DecodeConfig)
     faces_cfg = section(params, "faces", FaceConfig)
     audio_cfg = section(params, "audio", AudioConfig)
+    audio_cfg.check_decoded_length(decode_cfg.max_audio_seconds, decode_cfg.sample_rate)
     create_detector(faces_cfg)  # fail fast, in this process, on a missing model file
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{manifest_path} not found; run the decode stage first (`dvc repro decode`)")

@@ -11,6 +11,8 @@ transform identically. Every fallback is explicit and recorded:
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -52,6 +54,20 @@ class AudioConfig:
 
     def output_params(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def seconds_needed(self, sample_rate: int) -> float:
+        """Audio the mel reads: the first `frames` hops (the rest of the clip is never analysed)."""
+        return int(self.frames) * int(self.hop_length) / float(sample_rate)
+
+    def check_decoded_length(self, max_audio_seconds: float | None, sample_rate: int) -> None:
+        """Refuse settings whose decoded audio is shorter than the mel reads (it would pad real audio)."""
+        need = self.seconds_needed(sample_rate)
+        if max_audio_seconds is not None and float(max_audio_seconds) + 1e-9 < need:
+            raise ValueError(
+                f"decode.max_audio_seconds is {max_audio_seconds} s but the mel reads {need:g} s "
+                f"(audio.frames {self.frames} x audio.hop_length {self.hop_length} / {sample_rate} Hz): "
+                f"raise decode.max_audio_seconds to at least {math.ceil(need * 10) / 10:g}"
+            )
 
 
 @dataclass

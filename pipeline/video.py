@@ -8,9 +8,15 @@ in order, with these rules:
 
 * only packets whose timestamp lies within one frame interval of a wanted time are fully
   decoded; every other non-reference frame is skipped inside the decoder (nothing else
-  depends on it, so skipping it never corrupts later frames). Skipping all B-frames
-  (`BIDIR`) would halve the work again but is not exact: x264 P-frames may reference B-frames,
-  and a test clip showed pixel drift, so it is not offered;
+  depends on it, so skipping it never corrupts later frames);
+* skipping every B-frame (`BIDIR`) roughly halves the work again, but is exact only when no
+  I/P-frame references a B-frame. In general it is not (x264 `medium`, ref=3: P-frames reference
+  the pyramid B-frames, and 22 of 24 frames drifted by up to 185 levels), so it is used only when
+  the stream says it is safe: x264 writes its settings into the first packet, and with `ref=1`
+  (presets `superfast`/`veryfast`) and progressive coding a P-frame references only the I/P-frame
+  before it. Then only I/P-frames are decoded, each wanted time takes the nearest of them (at
+  most half a mini-GOP away), and this is done only when wanted times lie at least 1.5 mini-GOPs
+  apart, so K distinct frames are still found;
 * the container index (MP4/MOV keyframe table) is used to jump forward to the last keyframe
   before the next wanted time, but only when that keyframe lies well ahead of the current
   position, so no frame is ever decoded twice;
@@ -26,17 +32,21 @@ longest side at most `max_side` and non-square pixels corrected.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
+import itertools
+import re
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from typing import Any, Iterator
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
-from pipeline.audio import decode_audio
+from pipeline.audio import DecodedAudio, decode_audio
 
 POLICIES = ("uniform", "window")
 WINDOW_STARTS = ("first", "centre", "random")
@@ -45,6 +55,8 @@ DECODE_STATUSES = ("ok", "short", "partial", "no_video", "error")
 # Settings that change speed only; they are left out of the cache key.
 RUNTIME_ONLY = ("workers", "threads")
 SEEK_GAP_FRAMES = 8  # jump to a keyframe only if it saves at least this many frames
+ANCHOR_SPACING = 1.5  # B-frames are skipped only when wanted times are this many mini-GOPs apart
+_X264_OPTIONS = re.compile(rb"x264 - core [^\x00]*? options: ([^\x00]*)")
 
 
 @dataclass(frozen=True)
@@ -58,7 +70,7 @@ class DecodeConfig:
     window_align: str = "keyframe"  # keyframe: start the window at the nearest fitting keyframe
     max_side: int = 480
     sample_rate: int = 16000
-    max_audio_seconds: float | None = 20.0
+    max_audio_seconds: float | None = 2.0  # >= what the mel reads (audio.frames x hop); extract checks
     workers: int = 0
     threads: int = 0  # decoder threads per video; 0 = cores / workers
     seed: int = 0
@@ -177,18 +189,20 @@ def decode_video(path: str | os.PathLike, cfg: DecodeConfig, seed_key: str = "")
     """
     path = os.fspath(path)
     sr = int(cfg.sample_rate)
-    audio = decode_audio(path, sr, cfg.max_audio_seconds)
-    try:
-        video = _decode_frames(path, cfg, seed_key)
-    except Exception as exc:  # bad media of any kind: record it, never stop the whole run
-        video = _FrameResult.failed("error", f"cannot decode video ({_short(exc)})")
+    container, video = _open(path)
+    if container is None:  # unreadable: the video reason says why, for the audio too
+        audio = DecodedAudio(np.zeros(0, np.float32), False)
+    else:
+        with container:  # one open for both tracks: audio first, then rewind for the frames
+            audio = decode_audio(container, sr, cfg.max_audio_seconds)
+            try:
+                video = _decode_frames(_rewound(container, path), path, cfg, seed_key)
+            except Exception as exc:  # bad media of any kind: record it, never stop the whole run
+                video = _FrameResult.failed("error", f"cannot decode video ({_short(exc)})")
     duration = video.duration
     if duration is None or not math.isfinite(duration):
         duration = audio.samples.size / sr
-    audio_reason = audio.reason
-    if video.status == "error" and not audio.has_audio and audio_reason.startswith("audio: cannot open"):
-        audio_reason = ""  # the same unreadable file: the video reason already says why
-    reasons = [r for r in (video.reason, audio_reason) if r]
+    reasons = [r for r in (video.reason, audio.reason) if r]
     return DecodedVideo(
         frames=video.frames,
         times=video.times,
@@ -220,13 +234,27 @@ def _no_frames() -> np.ndarray:
     return np.zeros((0, 0, 0, 3), dtype=np.uint8)
 
 
-def _decode_frames(path: str, cfg: DecodeConfig, seed_key: str) -> _FrameResult:
-    if os.path.getsize(path) == 0:
-        return _FrameResult.failed("error", "empty file (0 bytes)")
+def _open(path: str) -> tuple[av.container.InputContainer | None, _FrameResult]:
+    """(container, placeholder) or (None, the failure) for an empty or unreadable file."""
+    placeholder = _FrameResult.failed("error", "not opened")
     try:
-        container = av.open(path)
-    except (av.FFmpegError, ValueError) as exc:
-        return _FrameResult.failed("error", f"not a readable video ({_short(exc)})")
+        if os.path.getsize(path) == 0:
+            return None, _FrameResult.failed("error", "empty file (0 bytes)")
+        return av.open(path), placeholder
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        return None, _FrameResult.failed("error", f"not a readable video ({_short(exc)})")
+
+
+def _rewound(container: av.container.InputContainer, path: str) -> av.container.InputContainer:
+    """The container back at its first packet (the audio pass read on); reopened if it cannot seek."""
+    try:
+        container.seek(0)
+        return container
+    except (av.FFmpegError, ValueError):
+        return av.open(path)
+
+
+def _decode_frames(container: av.container.InputContainer, path: str, cfg: DecodeConfig, seed_key: str) -> _FrameResult:
     with container:
         if not container.streams.video:
             return _FrameResult.failed("no_video", "no video track", _container_duration(container))
@@ -370,6 +398,11 @@ def _run_decoder(
     stream.codec_context.thread_count = max(0, threads)
     ctx = stream.codec_context
     packets: Iterator[av.Packet] = container.demux(stream)
+    first = next(packets, None)
+    if first is not None:
+        if _anchor_frames_suffice(bytes(first), picker.targets, info.frame_interval):
+            picker.anchors_only()
+        packets = itertools.chain([first], packets)
     last_fed = 0.0  # latest packet time given to the decoder (decoding starts at the beginning)
     last_seek = -math.inf
     gap = SEEK_GAP_FRAMES * info.frame_interval
@@ -401,14 +434,38 @@ def _run_decoder(
                 picker.add(frame)
             break
         when = info.seconds(packet.pts)
-        full = when is None or picker.wants(when)
-        ctx.skip_frame = "DEFAULT" if full else "NONREF"
+        if picker.skip_b_frames:
+            ctx.skip_frame = "BIDIR"
+        else:
+            ctx.skip_frame = "DEFAULT" if when is None or picker.wants(when) else "NONREF"
         for frame in stream.decode(packet):
             picker.add(frame)
         if when is not None:
             last_fed = max(last_fed, when)
         picker.stats["packets"] += 1
     return last_fed
+
+
+def x264_options(data: bytes) -> dict[str, str]:
+    """The encoder settings x264 writes (as SEI text) into a stream's first packet; {} if none."""
+    found = _X264_OPTIONS.search(data)
+    if found is None:
+        return {}
+    items = found.group(1).decode("ascii", "replace").split()
+    return dict(item.split("=", 1) for item in items if "=" in item)
+
+
+def _anchor_frames_suffice(first_packet: bytes, targets: np.ndarray, interval: float) -> bool:
+    """Skip all B-frames: exact for this stream (x264, ref=1, progressive) and K frames stay distinct."""
+    options = x264_options(first_packet)
+    try:
+        refs, bframes = int(options.get("ref", "0")), int(options.get("bframes", "0"))
+    except ValueError:
+        return False
+    if refs != 1 or bframes < 1 or options.get("interlaced", "0") != "0":
+        return False
+    spacing = float(np.diff(np.sort(targets)).min()) if len(targets) > 1 else math.inf
+    return spacing >= ANCHOR_SPACING * (bframes + 1) * interval
 
 
 def _keyframe_before(keyframes: np.ndarray, seconds: float) -> float | None:
@@ -433,10 +490,17 @@ class _Picker:
         self.best_time = np.full(k, np.nan)
         self.final = np.zeros(k, dtype=bool)
         self.converted: dict[float, np.ndarray] = {}
+        self.reformatter = VideoReformatter()
         self.last_time = -math.inf
         self.count = 0
         # repeats: frames not later than the one before (decoded twice after a seek, or bad stamps)
         self.stats: dict[str, Any] = {"packets": 0, "decoded": 0, "seeks": 0, "repeats": 0}
+        self.skip_b_frames = False
+
+    def anchors_only(self) -> None:
+        """Only I/P-frames will arrive: pick among them, never fully decode a B-frame."""
+        self.skip_b_frames = True
+        self.stats["b_frames_skipped"] = True
 
     @property
     def done(self) -> bool:
@@ -480,7 +544,7 @@ class _Picker:
             return
         key = float(self.best_time[j])
         if key not in self.converted:
-            self.converted[key] = to_rgb(frame, self.max_side, self.info.sar)
+            self.converted[key] = to_rgb(frame, self.max_side, self.info.sar, self.reformatter)
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
         for j in np.flatnonzero(~self.final):
@@ -497,14 +561,20 @@ class _Picker:
         return np.stack(images), np.asarray(times, dtype=np.float32)
 
 
-def to_rgb(frame: av.VideoFrame, max_side: int, sar: Fraction | None = None) -> np.ndarray:
-    """Upright RGB uint8 [H, W, 3], longest side <= max_side, square pixels, one swscale pass."""
+def to_rgb(
+    frame: av.VideoFrame, max_side: int, sar: Fraction | None = None, reformatter: VideoReformatter | None = None
+) -> np.ndarray:
+    """Upright RGB uint8 [H, W, 3], longest side <= max_side, square pixels, one swscale pass.
+
+    Pass one `reformatter` for all frames of a video: it keeps the scaler set up (half the cost).
+    """
     width, height = frame.width, frame.height
     display_w = width * float(sar) if sar and float(sar) > 0 else float(width)
     scale = min(1.0, max_side / max(display_w, height))
     out_w = max(1, int(round(display_w * scale)))
     out_h = max(1, int(round(height * scale)))
-    rgb = frame.reformat(width=out_w, height=out_h, format="rgb24", interpolation="AREA").to_ndarray()
+    reformat = frame.reformat if reformatter is None else functools.partial(reformatter.reformat, frame)
+    rgb = reformat(width=out_w, height=out_h, format="rgb24", interpolation="AREA").to_ndarray()
     turns = _quarter_turns(frame)
     if turns:
         rgb = np.rot90(rgb, turns)

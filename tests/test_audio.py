@@ -98,3 +98,21 @@ def test_fix_length_crops_and_pads() -> None:
 def test_audio_config_checks() -> None:
     with pytest.raises(ValueError, match="win_length"):
         AudioConfig(n_fft=256, win_length=400)
+
+
+def test_default_decode_length_covers_the_mel_and_shorter_audio_gives_the_same_mel(tmp_path: Path) -> None:
+    """decode.max_audio_seconds only has to cover what the mel reads: 2 s or 12 s of decoded audio
+    give the same mel; settings whose mel would read past the decoded audio are refused."""
+    from pipeline.video import DecodeConfig
+
+    cfg, decode = AudioConfig(), DecodeConfig()
+    cfg.check_decoded_length(decode.max_audio_seconds, decode.sample_rate)  # the defaults fit
+    t = np.arange(12 * 16000) / 16000
+    path = encode_clip(tmp_path / "a.mp4", np.stack(list(moving_scene(24, 64, 64))), 2,
+                       audio=0.3 * np.sin(2 * np.pi * 300 * t) * (1 + t / 12), sample_rate=16000)
+    short, long = decode_audio(path, 16000, decode.max_audio_seconds), decode_audio(path, 16000, 12.0)
+    assert short.samples.size == 32000 and long.samples.size > 5 * short.samples.size
+    np.testing.assert_array_equal(log_mel(short.samples, 16000, cfg)[0], log_mel(long.samples, 16000, cfg)[0])
+    with pytest.raises(ValueError, match=r"raise decode.max_audio_seconds to at least 3.9"):
+        AudioConfig(frames=384).check_decoded_length(2.0, 16000)
+    AudioConfig(frames=384).check_decoded_length(None, 16000)  # no limit: everything is decoded

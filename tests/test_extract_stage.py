@@ -163,3 +163,11 @@ def test_yunet_without_model_fails_before_any_work(tmp_path: Path) -> None:
     assert run_stage(project, "decode").returncode == 0
     done = run_stage(project, "extract")
     assert done.returncode != 0 and "missing_yunet.onnx" in done.stderr
+
+
+def test_mel_longer_than_decoded_audio_fails_before_any_work(tmp_path: Path) -> None:
+    params = {**PARAMS, "audio": {**PARAMS.get("audio", {}), "frames": 400, "hop_length": 160},
+              "decode": {**PARAMS["decode"], "max_audio_seconds": 2.0}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    done = run_stage(tmp_path, "extract")
+    assert done.returncode != 0 and "raise decode.max_audio_seconds to at least 4" in done.stderr

@@ -6,11 +6,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+from av.video.frame import PictureType
 import numpy as np
 import pytest
 
 from pipeline.encode import encode_clip, moving_scene
-from pipeline.video import DecodeConfig, DecodedVideo, decode_video, planned_times, sample_times, to_rgb, window_span
+from pipeline.video import DecodeConfig, DecodedVideo, decode_video, planned_times, sample_times, to_rgb, window_span, x264_options
 
 FPS = 10
 
@@ -51,6 +52,19 @@ def brute_force(path: Path, max_side: int) -> tuple[np.ndarray, list[np.ndarray]
         stream = container.streams.video[0]
         frames = [(float(f.pts * stream.time_base), to_rgb(f, max_side)) for f in container.decode(stream)]
     return np.array([t for t, _ in frames]), [img for _, img in frames]
+
+
+def anchor_mask(path: Path) -> np.ndarray:
+    """Which frames (display order) are I/P-frames, as a plain full decode reports them."""
+    with av.open(str(path)) as container:
+        return np.array([f.pict_type in (PictureType.I, PictureType.P) for f in container.decode(video=0)])
+
+
+def expected_picks(path: Path, decoded: DecodedVideo, targets: np.ndarray, all_times: np.ndarray) -> list[int]:
+    """Nearest frame to each wanted time; nearest I/P-frame when the decoder skipped B-frames."""
+    allowed = anchor_mask(path) if decoded.extra.get("b_frames_skipped") else np.ones(len(all_times), bool)
+    pool = np.flatnonzero(allowed)
+    return [int(pool[np.argmin(np.abs(all_times[pool] - t))]) for t in targets]
 
 
 def keyframe_times(path: Path) -> list[float]:
@@ -141,11 +155,16 @@ def test_window_align_rule() -> None:
     ],
 )
 def test_policy_picks_nearest_frames_pixel_exact(long_gop: Path, cfg: DecodeConfig) -> None:
-    """The skipping/seeking decoder returns exactly the frames a full decode has at those times."""
+    """The skipping/seeking decoder returns exactly the frames a full decode has at those times.
+
+    The clip is x264 `veryfast` (ref=1): uniform K=4 (3 s apart, mini-GOP 0.4 s) skips every
+    B-frame and takes the nearest I/P-frames; the windows (0.4-0.5 s apart) are too dense for that
+    and take the nearest frames."""
     decoded = decode_video(long_gop, cfg, seed_key="clip")
     all_times, all_frames = brute_force(long_gop, cfg.max_side)
     targets = planned_times(long_gop, cfg, "clip")
-    expected = [int(np.argmin(np.abs(all_times - t))) for t in targets]
+    assert decoded.extra.get("b_frames_skipped", False) == (cfg.policy == "uniform")
+    expected = expected_picks(long_gop, decoded, targets, all_times)
     assert decoded.status == "ok" and decoded.n_frames == cfg.frames
     np.testing.assert_allclose(decoded.times, all_times[expected], atol=1e-4)
     for got, idx in zip(decoded.frames, expected):
@@ -153,6 +172,43 @@ def test_policy_picks_nearest_frames_pixel_exact(long_gop: Path, cfg: DecodeConf
     # less work than decoding everything: non-reference frames were skipped, none decoded twice
     assert decoded.extra["decoded"] < len(all_times)
     assert decoded.extra["repeats"] == 0
+
+
+@pytest.mark.parametrize("preset, refs, skipped", [("veryfast", "1", True), ("medium", "3", False)])
+def test_b_frames_are_skipped_only_where_x264_says_it_is_exact(
+    tmp_path: Path, preset: str, refs: str, skipped: bool
+) -> None:
+    """x264 ref=1: P-frames reference only the I/P-frame before them, so every B-frame is skipped
+    and the nearest I/P-frames are kept, pixel-exact. ref=3 (`medium`): P-frames may reference the
+    pyramid B-frames, so only non-reference frames are skipped and the nearest frames are kept."""
+    path = encode_clip(tmp_path / f"{preset}.mp4", scene(80), FPS, gop=40, bframes=3, preset=preset)
+    with av.open(str(path)) as container:
+        first = next(p for p in container.demux(video=0) if p.size)
+        options = x264_options(bytes(first))
+    assert options["ref"] == refs and options["bframes"] == "3"
+    cfg = DecodeConfig(frames=4, max_side=96)
+    decoded = decode_video(path, cfg)
+    assert decoded.extra.get("b_frames_skipped", False) is skipped
+    all_times, all_frames = brute_force(path, cfg.max_side)
+    expected = expected_picks(path, decoded, planned_times(path, cfg), all_times)
+    assert decoded.status == "ok" and decoded.n_frames == 4
+    np.testing.assert_allclose(decoded.times, all_times[expected], atol=1e-4)
+    for got, idx in zip(decoded.frames, expected):
+        np.testing.assert_array_equal(got, all_frames[idx])
+    n_anchors = int(anchor_mask(path).sum())
+    if skipped:  # only I/P-frames were decoded
+        assert decoded.extra["decoded"] <= n_anchors
+    else:
+        assert decoded.extra["decoded"] > n_anchors
+
+
+def test_x264_options_absent_for_other_encoders(tmp_path: Path) -> None:
+    path = encode_clip(tmp_path / "mpeg4.mp4", scene(20), FPS, codec="mpeg4")
+    with av.open(str(path)) as container:
+        first = next(p for p in container.demux(video=0) if p.size)
+    assert x264_options(bytes(first)) == {}
+    decoded = decode_video(path, DecodeConfig(frames=4, max_side=96))
+    assert decoded.status == "ok" and "b_frames_skipped" not in decoded.extra
 
 
 def test_uniform_jumps_between_keyframes_without_redecoding(long_gop: Path) -> None:
