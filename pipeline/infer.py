@@ -19,7 +19,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch.nn as nn
@@ -57,6 +57,14 @@ def load_predictor(checkpoint: str | os.PathLike = DEFAULT_CHECKPOINT) -> Predic
     return _load_predictor(str(path.resolve()), path.stat().st_mtime_ns)
 
 
+def _decode_section(stored: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A checkpoint's decode settings, read as the decoder that trained it understood them: before
+    `window_align` existed, windows started exactly where `window_start` put them."""
+    if stored is None:
+        return None
+    return {"window_align": "exact", **stored}
+
+
 @functools.lru_cache(maxsize=4)
 def _load_predictor(checkpoint: str, mtime_ns: int) -> Predictor:
     from pipeline.models import load_checkpoint
@@ -69,7 +77,7 @@ def _load_predictor(checkpoint: str, mtime_ns: int) -> Predictor:
     faces_cfg = from_dict(FaceConfig, config.get("faces"), "checkpoint config.faces")
     return Predictor(
         model=model,
-        decode=from_dict(DecodeConfig, config.get("decode"), "checkpoint config.decode"),
+        decode=from_dict(DecodeConfig, _decode_section(config.get("decode")), "checkpoint config.decode"),
         faces=faces_cfg,
         audio=from_dict(AudioConfig, config.get("audio"), "checkpoint config.audio"),
         predict=predict_cfg,

@@ -117,3 +117,15 @@ def test_missing_checkpoint_is_clear(tmp_path: Path) -> None:
     _clip(video, 1)
     with pytest.raises(FileNotFoundError, match="checkpoint .* not found"):
         predict_video(video, checkpoint=tmp_path / "missing.pt")
+
+
+def test_checkpoint_from_before_window_align_keeps_its_exact_windows() -> None:
+    """Checkpoints written before `decode.window_align` existed decoded windows at the exact start;
+    inference must pick the same frames, not the keyframe-aligned ones today's default picks."""
+    from pipeline.infer import _decode_section
+    from pipeline.video import DecodeConfig
+
+    old = {"frames": 8, "policy": "window", "window_start": "centre"}
+    assert DecodeConfig(**_decode_section(old)).window_align == "exact"
+    assert DecodeConfig(**_decode_section({**old, "window_align": "keyframe"})).window_align == "keyframe"
+    assert _decode_section(None) is None
