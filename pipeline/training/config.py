@@ -33,7 +33,7 @@ class TrainConfig:
     batch_size: int = 16  # global batch: each of N DDP ranks takes batch_size // N
     lr: float = 0.002
     min_lr: float = 1e-5
-    weight_decay: float = 0.02
+    weight_decay: float = 0.2
     opt: str = "adamw"  # any timm create_optimizer_v2 name
     warmup_epochs: int = 1
     grad_clip: float = 1.0  # max grad norm; 0 = off
