@@ -3,7 +3,8 @@
 PyAV decodes the first audio stream and `AudioResampler` converts it to mono `flt` at the
 target rate in the same pass, so no temporary wav file is written (the reference baseline
 exports a wav with moviepy and reads it back with librosa, which costs a full extra copy).
-Video packets are discarded by the demuxer, so only audio is read and decoded, and only as\nmuch as `max_seconds` asks for (the mel reads the first 1.92 s by default).
+Video packets are discarded by the demuxer, so only audio is read and decoded, and only as
+much as `max_seconds` asks for (the mel reads the first 1.92 s by default).
 """
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ transform identically. Every fallback is explicit and recorded:
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, fields
 from typing import Any
 

@@ -32,11 +32,10 @@ longest side at most `max_side` and non-square pixels corrected.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
+import itertools
 import math
 import os
-import itertools
 import re
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
@@ -189,9 +188,9 @@ def decode_video(path: str | os.PathLike, cfg: DecodeConfig, seed_key: str = "")
     """
     path = os.fspath(path)
     sr = int(cfg.sample_rate)
-    container, video = _open(path)
-    if container is None:  # unreadable: the video reason says why, for the audio too
-        audio = DecodedAudio(np.zeros(0, np.float32), False)
+    container, unreadable = _open(path)
+    if container is None:  # the video reason says why, for the audio too
+        video, audio = unreadable, DecodedAudio(np.zeros(0, np.float32), False)
     else:
         with container:  # one open for both tracks: audio first, then rewind for the frames
             audio = decode_audio(container, sr, cfg.max_audio_seconds)
@@ -234,13 +233,12 @@ def _no_frames() -> np.ndarray:
     return np.zeros((0, 0, 0, 3), dtype=np.uint8)
 
 
-def _open(path: str) -> tuple[av.container.InputContainer | None, _FrameResult]:
-    """(container, placeholder) or (None, the failure) for an empty or unreadable file."""
-    placeholder = _FrameResult.failed("error", "not opened")
+def _open(path: str) -> tuple[av.container.InputContainer | None, _FrameResult | None]:
+    """(container, None), or (None, the failure) for an empty or unreadable file."""
     try:
         if os.path.getsize(path) == 0:
             return None, _FrameResult.failed("error", "empty file (0 bytes)")
-        return av.open(path), placeholder
+        return av.open(path), None
     except (av.FFmpegError, OSError, ValueError) as exc:
         return None, _FrameResult.failed("error", f"not a readable video ({_short(exc)})")
 
@@ -573,8 +571,8 @@ def to_rgb(
     scale = min(1.0, max_side / max(display_w, height))
     out_w = max(1, int(round(display_w * scale)))
     out_h = max(1, int(round(height * scale)))
-    reformat = frame.reformat if reformatter is None else functools.partial(reformatter.reformat, frame)
-    rgb = reformat(width=out_w, height=out_h, format="rgb24", interpolation="AREA").to_ndarray()
+    scaler = reformatter or VideoReformatter()
+    rgb = scaler.reformat(frame, width=out_w, height=out_h, format="rgb24", interpolation="AREA").to_ndarray()
     turns = _quarter_turns(frame)
     if turns:
         rgb = np.rot90(rgb, turns)
