@@ -16,6 +16,7 @@ from pipeline.methods.fourier import fourier_spectrum, freq_dynamic_weight, low_
 from pipeline.methods.triplet import batch_hard_triplet_loss, hard_labels
 from pipeline.models import ModelConfig, build_model, model_spec, save_checkpoint
 from pipeline.training import AugmentConfig, TrainConfig, TrainModule
+from pipeline.training import build_objectives as build_training_objectives
 from pipeline.training.distributed import DistEnv
 from pipeline.training.loop import FitSpec, fit
 from pipeline.training.synthetic import make_features
@@ -91,11 +92,11 @@ def test_fourier_switch_changes_loss_and_shared_gradients(mode):
     assert all(p.grad is not None for p in objs[0].parameters())
 
 
-def _fit_exported_state(tmp_path, params):
+def _fit_exported_state(tmp_path, params, mode="video"):
     """Train 1 epoch with the real loop; return the exported (EMA) weights it saved."""
     make_features(tmp_path / "feat", n=8, frames=2, size=32, n_mels=16, mel_frames=48)
     features = open_features(tmp_path / "feat")
-    cfg = ModelConfig(mode="video", face_backbone="resnet10t", embed_dim=32)
+    cfg = ModelConfig(mode=mode, face_backbone="resnet10t", audio_backbone="resnet10t", embed_dim=32)
     spec = FitSpec(tag="t", train_rows=list(range(8)), train_targets=features.index["target"].tolist(), epochs=1)
     fit(features, spec, cfg, AugmentConfig(), TrainConfig(epochs=1, batch_size=4, warmup_epochs=0), DistEnv(),
         tmp_path / "state", params=params)
@@ -238,3 +239,42 @@ def test_ldc_switch_changes_loss_and_shared_gradients(kind):
     loss, grad = _loss_and_grad(model, [], batch)
     assert loss.item() != pytest.approx(base_loss.item(), rel=1e-4)
     assert not torch.allclose(grad, base_grad, atol=1e-7)
+
+
+# --- unimodal terms (train.unimodal_weight, on by default) ----------------------------------
+
+def test_unimodal_terms_add_per_modality_bce_and_reach_the_face_backbone():
+    batch = _batch()
+    model = _model()
+    base_loss, base_grad = _loss_and_grad(model, [], batch)
+    objs = build_training_objectives(None, model, unimodal_weight=0.5)
+    assert [o.name for o in objs] == ["unimodal"]
+    loss, grad = _loss_and_grad(model, objs, batch)
+    assert not torch.allclose(grad, base_grad, atol=1e-7)
+    assert all(p.grad is not None for p in objs[0].parameters())
+    # the added term is 0.5 x (BCE of the face-only logit + BCE of the audio-only logit)
+    with torch.no_grad():
+        out = model(batch["faces"], batch["mels"], return_features=True)
+        by_hand = sum(
+            torch.nn.functional.binary_cross_entropy_with_logits(objs[0].heads[m](out[f"{m}_embedding"]).squeeze(-1),
+                                                               batch["target"])
+            for m in ("face", "audio"))
+    assert loss.item() - base_loss.item() == pytest.approx(0.5 * by_hand.item(), rel=1e-4)
+
+
+def test_unimodal_terms_only_for_two_modalities_and_a_positive_weight():
+    assert build_training_objectives(None, _model(), unimodal_weight=0.0) == []
+    assert build_training_objectives(None, _model(mode="video"), unimodal_weight=0.5) == []
+    assert build_training_objectives(None, _model(mode="audio"), unimodal_weight=0.5) == []
+    assert TrainConfig().unimodal_weight == load_params(Path(__file__).resolve().parents[1] / "params.yaml")["train"][
+        "unimodal_weight"] > 0  # on by default, and the dataclass agrees with params.yaml
+
+
+def test_unimodal_heads_are_not_exported(tmp_path):
+    exported_state, cfg = _fit_exported_state(tmp_path, None, mode="av")  # TrainConfig's default weight 0.5
+    plain = build_model(cfg)
+    assert exported_state.keys() == plain.state_dict().keys()
+    plain.load_state_dict(exported_state, strict=True)
+    # the heads were trained in that fit: the resume checkpoint carries them
+    resume = torch.load(tmp_path / "state" / "t_last.pt", weights_only=False)["module"]
+    assert {"objectives.0.heads.face.1.weight", "objectives.0.heads.audio.1.weight"} <= resume.keys()

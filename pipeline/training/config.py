@@ -37,6 +37,7 @@ class TrainConfig:
     opt: str = "adamw"  # any timm create_optimizer_v2 name
     warmup_epochs: int = 1
     grad_clip: float = 1.0  # max grad norm; 0 = off
+    unimodal_weight: float = 0.5  # av mode: weight of the face-only and audio-only auxiliary BCE terms
     ema_decay: float = 0.98  # 0 = no EMA (the raw weights are evaluated and exported)
     amp: bool = True  # CUDA only: bf16 where supported, else fp16 with GradScaler
     channels_last: bool = True  # CUDA only

@@ -213,7 +213,7 @@ def fit(
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     rows0 = np.sort(np.asarray(spec.train_rows)[:2])
     example = dict(zip(("faces", "mels"), to_model_inputs(features.faces[rows0], features.mels[rows0])))
-    objectives = build_objectives(params, model, example)
+    objectives = build_objectives(params, model, example, cfg.unimodal_weight)
     module = TrainModule(model, objectives).to(device)
     ema = ModelEmaV3(module.model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
     net: nn.Module = module
@@ -297,7 +297,7 @@ def fit(
         if val_ds is not None:
             scores = predict_dataset(eval_model, val_ds, max(2, per_rank * 2), env, amp)
             auc, vloss = _evaluate(scores, np.asarray(spec.val_targets))
-            record.update(val_auc=auc, val_loss=vloss)
+            record.update(val_auc=auc, val_loss=vloss, val_scores=scores.tolist())
             if _better(auc, vloss, best["auc"], best["loss"]):
                 best = {"epoch": epoch + 1, "auc": auc, "loss": vloss, "scores": scores.tolist()}
                 if env.is_main:

@@ -23,12 +23,40 @@ def bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), target.float())
 
 
+class UnimodalObjective(nn.Module):
+    """Each modality's embedding must also predict the label on its own (training-only heads).
+
+    In a fused network the modality that is learnt first (here the audio: vocoded voices) soon
+    explains most fakes, so the other gets little gradient and under-trains; per-modality losses
+    keep both learning (Wang et al., "What makes training multi-modal classification networks
+    hard?", CVPR 2020). A video-level label also marks a fake whose other track is untouched; the
+    heads absorb that noise and are not exported.
+    """
+
+    name = "unimodal"
+
+    def __init__(self, embed_dim: int, weight: float) -> None:
+        super().__init__()
+        self.weight = float(weight)
+        self.heads = nn.ModuleDict({m: nn.Sequential(nn.GELU(), nn.Linear(embed_dim, 1)) for m in ("face", "audio")})
+
+    def forward(self, out: Mapping[str, Any], batch: Mapping[str, Any], epoch: int) -> torch.Tensor:
+        terms = [bce_loss(head(out[f"{m}_embedding"]).squeeze(-1), batch["target"]) for m, head in self.heads.items()]
+        return self.weight * torch.stack(terms).sum()
+
+
 def build_objectives(
-    params: Mapping[str, Any] | None, model: nn.Module, example: Mapping[str, torch.Tensor] | None = None
+    params: Mapping[str, Any] | None,
+    model: nn.Module,
+    example: Mapping[str, torch.Tensor] | None = None,
+    unimodal_weight: float = 0.0,
 ) -> list[nn.Module]:
-    """Objectives enabled in `params["methods"]` (none when the section is absent)."""
+    """Objectives enabled in `params["methods"]`, plus the unimodal terms (`train.unimodal_weight`)."""
     methods = (params or {}).get("methods") or {}
-    return build_method_objectives(methods, model, example)
+    objectives = build_method_objectives(methods, model, example)
+    if unimodal_weight > 0 and getattr(model, "mode", None) == "av":
+        objectives.append(UnimodalObjective(model.embed_dim, unimodal_weight))
+    return objectives
 
 
 class TrainModule(nn.Module):
