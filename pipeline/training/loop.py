@@ -299,7 +299,7 @@ def fit(
             auc, vloss = _evaluate(scores, np.asarray(spec.val_targets))
             record.update(val_auc=auc, val_loss=vloss, val_scores=scores.tolist())
             if _better(auc, vloss, best["auc"], best["loss"]):
-                best = {"epoch": epoch + 1, "auc": auc, "loss": vloss, "scores": scores.tolist()}
+                best = {"epoch": epoch + 1, "auc": auc, "loss": vloss, "scores": record["val_scores"]}
                 if env.is_main:
                     atomic.save_torch(best_path, {"state_dict": _cpu_state(eval_model), "epoch": epoch + 1})
             stopped = epoch + 1 - best["epoch"] >= cfg.patience
