@@ -83,7 +83,7 @@ classes, so mean brightness, file size and RMS loudness do not separate them.
 class SampleConfig:
     """`sample:` section of params.yaml."""
 
-    n_train: int = 40
+    n_train: int = 80
     n_val: int = 20
     seconds: float = 2.0
     fps: int = 12

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,9 @@ from pipeline.data import open_features
 from pipeline.models import ModelConfig, load_checkpoint
 from pipeline.training.augment import AVMix
 from pipeline.training.config import AugmentConfig, TrainConfig
-from pipeline.training.cv import refit_epochs
+from pipeline.training.cv import TrainPaths, refit_epochs, run_training
 from pipeline.training.distributed import DistEnv
-from pipeline.training.loop import FitResult, FitSpec, TailMergingBatchSampler, TrainingInterrupted, fit
+from pipeline.training.loop import FitResult, FitSpec, TailMergingBatchSampler, TrainingInterrupted, _better, fit
 from pipeline.training.synthetic import make_features, manifest_from_index
 from tests import stage_runner
 
@@ -131,6 +132,41 @@ def test_resume_after_a_kill_continues_from_the_saved_epoch_and_matches(tmp_path
     # a finished fit is not trained again
     again = fit(feats, spec, model_cfg, aug, cfg, env, tmp_path / "b", stop_after=1)
     assert again.history == resumed.history
+
+
+def test_monitor_rules_on_a_small_fold():
+    # epoch 1: a near-constant model orders the fold perfectly; epoch 5: confident, one pair swapped
+    early, late = (1.0, 0.69), (0.96, 0.20)
+    assert _better(*late, *early, "loss") and not _better(*early, *late, "loss")
+    assert _better(*early, *late, "auc") and not _better(*late, *early, "auc")
+    assert _better(1.0, 0.3, 1.0, 0.5, "auc")  # equal AUC: lower loss
+    assert _better(None, 0.3, None, 0.5, "auc") and not _better(None, 0.5, None, 0.3, "auc")  # one-class fold
+
+
+def test_best_epoch_follows_the_monitor_on_a_real_fit(tmp_path):
+    feats, spec, model_cfg, aug, cfg = _fit_setup(tmp_path)
+    spec = replace(spec, epochs=6)
+    cfg = replace(cfg, epochs=6, lr=1e-2)
+    by_loss = fit(feats, spec, model_cfg, aug, replace(cfg, monitor="loss"), DistEnv(), tmp_path / "l")
+    by_auc = fit(feats, spec, model_cfg, aug, replace(cfg, monitor="auc"), DistEnv(), tmp_path / "a")
+    losses = [h["val_loss"] for h in by_loss.history]
+    assert [h["val_loss"] for h in by_auc.history] == pytest.approx(losses, rel=1e-5)  # selection never changes training
+    assert by_loss.best_epoch == int(np.argmin(losses)) + 1
+    assert by_loss.best_loss == pytest.approx(min(losses))
+    aucs = [h["val_auc"] for h in by_auc.history]
+    tied = [i for i, a in enumerate(aucs) if a == pytest.approx(max(aucs), abs=1e-12)]
+    assert by_auc.best_epoch == min(tied, key=lambda i: losses[i]) + 1
+    np.testing.assert_allclose(by_loss.val_scores, by_loss.history[by_loss.best_epoch - 1]["val_scores"])
+
+
+def test_shipped_monitor_is_loss_in_params_yaml_and_the_dataclass():
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["train"]["monitor"]
+    assert shipped == TrainConfig().monitor == "loss"
+
+
+def test_unknown_monitor_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="train.monitor"):
+        run_training({"train": {"monitor": "accuracy"}}, DistEnv(), TrainPaths(features=tmp_path / "none"))
 
 
 def write_tiny_project(root: Path, n: int = 24, epochs: int = 3, final: str = "refit", extra: dict | None = None) -> None:

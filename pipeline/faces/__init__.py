@@ -36,7 +36,7 @@ class FaceConfig:
     model_path: str | None = None  # yunet: path to face_detection_yunet_*.onnx
     detect_side: int = 320  # detection runs on a frame downscaled to this longest side
     min_face: float = 0.08  # smallest face, fraction of the frame's shorter side
-    margin: float = 0.25  # crop margin around the box, fraction of box size (each side)
+    margin: float = 0.1  # crop margin around the box, fraction of box size (each side)
     size: int = 64  # output crop size (square)
     score_threshold: float = 0.6  # yunet confidence threshold
     pick: str = "largest"  # largest | score: which face to keep when several are found

@@ -41,7 +41,8 @@ class TrainConfig:
     ema_decay: float = 0.98  # 0 = no EMA (the raw weights are evaluated and exported)
     amp: bool = True  # CUDA only: bf16 where supported, else fp16 with GradScaler
     channels_last: bool = True  # CUDA only
-    patience: int = 4  # early stopping: epochs without a better fold AUC
+    monitor: str = "loss"  # best epoch and early stopping: loss (val log loss) | auc (fold AUC, ties: loss)
+    patience: int = 4  # early stopping: epochs without a better monitored value
     final: str = "refit"  # refit (all train rows, median best epoch) | best_fold
     threshold: float = 0.5  # for accuracy/precision/recall/F1/FPR
     num_workers: int = 0  # DataLoader workers per rank

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -171,13 +170,23 @@ def _evaluate(scores: np.ndarray, targets: np.ndarray) -> tuple[float | None, fl
     return auc, loss
 
 
-def _better(auc: float | None, loss: float, best_auc: float | None, best_loss: float | None) -> bool:
-    """Higher AUC wins; equal AUC (e.g. both 1.0 on a small fold) falls back to lower loss."""
+MONITORS = ("loss", "auc")
+
+
+def _better(auc: float | None, loss: float, best_auc: float | None, best_loss: float | None, monitor: str) -> bool:
+    """Is this epoch the new best fold model?
+
+    `loss`: lower validation log loss wins. It is a proper score, so it ranks a confident correct
+    model above a near-constant one that happens to order a 10-video fold perfectly (AUC 1.0 at
+    epoch 1-3 is common on small folds and picked such models under `auc`).
+    `auc`: higher fold AUC wins; equal AUC falls back to lower loss. A fold with one class has no
+    AUC, so both monitors compare loss there.
+    """
     if best_loss is None:
         return True
-    a = -math.inf if auc is None else auc
-    b = -math.inf if best_auc is None else best_auc
-    return a > b + 1e-12 or (abs(a - b) <= 1e-12 and loss < best_loss - 1e-12)
+    if monitor == "auc" and auc is not None and best_auc is not None and abs(auc - best_auc) > 1e-12:
+        return auc > best_auc
+    return loss < best_loss - 1e-12
 
 
 def fit(
@@ -298,7 +307,7 @@ def fit(
             scores = predict_dataset(eval_model, val_ds, max(2, per_rank * 2), env, amp)
             auc, vloss = _evaluate(scores, np.asarray(spec.val_targets))
             record.update(val_auc=auc, val_loss=vloss, val_scores=scores.tolist())
-            if _better(auc, vloss, best["auc"], best["loss"]):
+            if _better(auc, vloss, best["auc"], best["loss"], cfg.monitor):
                 best = {"epoch": epoch + 1, "auc": auc, "loss": vloss, "scores": record["val_scores"]}
                 if env.is_main:
                     atomic.save_torch(best_path, {"state_dict": _cpu_state(eval_model), "epoch": epoch + 1})
