@@ -25,6 +25,10 @@ class AugmentConfig:
     gain_db: float = 6.0  # mel: random level shift in [-gain_db, gain_db] dB, re-clipped to [-80, 0]
 
 
+FINAL_POLICIES = ("refit", "best_fold")
+MONITORS = ("loss", "auc")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, checkpointing and the final-model policy."""
@@ -49,3 +53,9 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads per rank; 0 = cores / ranks
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.final not in FINAL_POLICIES:
+            raise ValueError(f"train.final must be one of {FINAL_POLICIES}, got {self.final!r}")
+        if self.monitor not in MONITORS:
+            raise ValueError(f"train.monitor must be one of {MONITORS}, got {self.monitor!r}")

@@ -24,9 +24,8 @@ from pipeline.models import ModelConfig, model_spec, save_checkpoint
 from pipeline.models.registry import create_model
 from pipeline.training.config import AugmentConfig, TrainConfig
 from pipeline.training.distributed import DistEnv, barrier
-from pipeline.training.loop import MONITORS, FitResult, FitSpec, fit
+from pipeline.training.loop import FitResult, FitSpec, fit
 
-FINAL_POLICIES = ("refit", "best_fold")
 CHECKPOINT_SECTIONS = ("decode", "faces", "audio")  # extraction config inference must reproduce
 
 
@@ -87,10 +86,6 @@ def run_training(
     model_cfg = section(params, "model", ModelConfig)
     aug_cfg = section(params, "augment", AugmentConfig)
     cfg = section(params, "train", TrainConfig)
-    if cfg.final not in FINAL_POLICIES:
-        raise ValueError(f"train.final must be one of {FINAL_POLICIES}, got {cfg.final!r}")
-    if cfg.monitor not in MONITORS:
-        raise ValueError(f"train.monitor must be one of {MONITORS}, got {cfg.monitor!r}")
     features = open_features(paths.features)
     table = load_train_rows(features, paths.folds)
     digest = state_digest(params, paths)

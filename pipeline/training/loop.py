@@ -170,9 +170,6 @@ def _evaluate(scores: np.ndarray, targets: np.ndarray) -> tuple[float | None, fl
     return auc, loss
 
 
-MONITORS = ("loss", "auc")
-
-
 def _better(auc: float | None, loss: float, best_auc: float | None, best_loss: float | None, monitor: str) -> bool:
     """Is this epoch the new best fold model?
 
